@@ -28,14 +28,15 @@ type ConnectError struct {
 }
 
 func (e *ConnectError) Error() string {
+	dl := e.Deadline.Round(time.Millisecond)
 	var what string
 	switch {
 	case e.timedOut && e.Stage == StageTCP:
-		what = fmt.Sprintf("no TCP connection within %s", e.Deadline)
+		what = fmt.Sprintf("no TCP connection within %s", dl)
 	case e.timedOut && e.Stage == StageHandshake:
-		what = fmt.Sprintf("TCP connected, no handshake reply within %s", e.Deadline)
+		what = fmt.Sprintf("TCP connected, no handshake reply within %s", dl)
 	case e.timedOut && e.Stage == StageStartAPI:
-		what = fmt.Sprintf("handshake done, no nextValidId and managedAccounts within %s", e.Deadline)
+		what = fmt.Sprintf("handshake done, no nextValidId and managedAccounts within %s", dl)
 	default:
 		what = fmt.Sprintf("%s failed: %v", e.Stage, e.Err)
 	}

@@ -45,7 +45,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return exitOK
 	}
-	fmt.Fprintln(stderr, "ktrdr:", err)
+	if !errors.Is(err, errSilentFailure) {
+		fmt.Fprintln(stderr, "ktrdr:", err)
+	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		return ee.code
@@ -66,6 +68,6 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: exitUsage, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newSimCmd(stdout, stderr))
+	root.AddCommand(newSimCmd(stdout, stderr), newIBCmd(stdout))
 	return root
 }
