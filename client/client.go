@@ -66,7 +66,7 @@ type Conn struct {
 
 	mu       sync.Mutex
 	calls    map[int64]*call
-	ct       *ctFlight // the one reqCurrentTime in flight
+	ct       *ctFlight   // the one reqCurrentTime in flight
 	lastCT   *ServerTime // the last answered reqCurrentTime
 	subs     map[*Subscription]struct{}
 	recent   []Event // the last events, for status pages

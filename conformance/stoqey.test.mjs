@@ -8,7 +8,8 @@
 //
 // Besides each test's own assertions, every client fails its test when the
 // library reports a decoding problem (see isProtocolProblem) or when any
-// emitted event carries a NaN that came from parsing a malformed field.
+// emitted event carries a NaN that came from parsing a malformed field, or
+// when its decoder throws.
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
@@ -324,8 +325,11 @@ function ibTest(name, body, options = {}) {
       const also = failure ? `\n(the test also failed: ${describe(failure)})` : "";
       assert.fail(`@stoqey/ib reported protocol problems:\n  ${problems.join("\n  ")}${also}`);
     }
-    if (failure) throw failure;
     const unexpected = clients.flatMap((c) => c.unexpected.map((u) => `client ${c.clientId}: ${u}`));
+    if (failure && unexpected.length > 0) {
+      assert.fail(`${describe(failure)}\nerror events reported meanwhile:\n  ${unexpected.join("\n  ")}`);
+    }
+    if (failure) throw failure;
     assert.deepEqual(unexpected, [], "unexpected error events");
   });
 }
@@ -533,7 +537,10 @@ ibTest("contract details: ES front-month future", async (open) => {
   assert.equal(d.contract.currency, "USD");
   assert.equal(d.contract.multiplier, 50);
   assert.match(d.contract.localSymbol ?? "", /^ES/, "localSymbol");
-  const expiry = d.contract.lastTradeDateOrContractMonth ?? "";
+  // A gateway may append the last trade time ("20260619 09:30"); this
+  // library only splits that off when it is joined with "-", so a
+  // space-separated time stays inside lastTradeDateOrContractMonth.
+  const expiry = (d.contract.lastTradeDateOrContractMonth ?? "").split(/\s+/)[0];
   assert.match(expiry, /^\d{6}(\d{2})?$/, "lastTradeDateOrContractMonth");
   // The front month has not expired yet and is at most one quarter away.
   const yesterday = ymd(new Date(Date.now() - 86_400_000));
