@@ -46,6 +46,7 @@ func (p *Pool) connect(ctx context.Context) (*entry, error) {
 	p.all[e] = struct{}{}
 	p.mu.Unlock()
 	p.stats.connects.Add(1)
+	p.stats.lastConnect.Store(time.Now().UnixNano())
 	p.log.Info("connection opened", "client_id", e.clientID, "server_version", conn.ServerVersion())
 	p.events.publish(Event{Kind: EventAdded, ClientID: e.clientID})
 	p.wg.Add(1)
@@ -74,6 +75,9 @@ func (p *Pool) dialWithIDFallback(ctx context.Context) (*client.Conn, error) {
 		conn, err := p.cfg.Dial(ctx, client.Config{Addr: p.cfg.Addr, ClientID: id,
 			ConnectTimeout: p.cfg.ConnectTimeout, Logger: p.log})
 		if err == nil {
+			if attempt > 0 {
+				p.stats.idFallbacks.Add(1)
+			}
 			return conn, nil
 		}
 		var inUse *client.ClientIDInUseError
@@ -86,6 +90,8 @@ func (p *Pool) dialWithIDFallback(ctx context.Context) (*client.Conn, error) {
 		p.log.Warn("client id in use, trying the next", "client_id", id, "attempt", attempt+1)
 		last = err
 	}
+	p.stats.idFallbacksExhausted.Add(1)
+	p.stats.lastFallbackExhausted.Store(time.Now().UnixNano())
 	return nil, fmt.Errorf("pool: %d client ids refused with 326 in one connect: %w", p.cfg.ClientIDAttempts, last)
 }
 

@@ -71,6 +71,8 @@ type stats struct {
 	idConflicts, silentDetected, validationsBypassed atomic.Int64
 	validations, validationFailures, healthProbes    atomic.Int64
 	leaksReported                                    atomic.Int64
+	idFallbacks, idFallbacksExhausted                atomic.Int64
+	lastConnect, lastFallbackExhausted               atomic.Int64 // unix nanos
 	acquireWait, validation                          latencies
 	mu                                               sync.Mutex
 	removals                                         map[Reason]int64
@@ -164,6 +166,11 @@ type Stats struct {
 	LowestClientIDInUse            int   // 0 when none
 	LowestFreeClientID             int   // the id the next connect tries first
 	ClientIDConflicts              int64 // 326 answers met while connecting
+	ClientIDBase                   int   // the preferred (lowest) id
+	IDFallbacks                    int64 // connects that succeeded on a later id after 326
+	IDFallbacksExhausted           int64 // connects whose every id attempt got 326
+	LastConnect                    time.Time
+	LastFallbackExhausted          time.Time
 
 	Acquires, AcquireFailures, AcquireWaits int64
 	AcquireWaitP50, AcquireWaitP99          time.Duration
@@ -227,6 +234,9 @@ func (p *Pool) Stats() Stats {
 	_, st.AcquireWaitP50, st.AcquireWaitP99 = s.acquireWait.summary()
 	st.Connects, st.ConnectAttempts, st.ConnectFailures = s.connects.Load(), s.connectAttempts.Load(), s.connectFailures.Load()
 	st.ClientIDConflicts = s.idConflicts.Load()
+	st.ClientIDBase = p.cfg.ClientIDBase
+	st.IDFallbacks, st.IDFallbacksExhausted = s.idFallbacks.Load(), s.idFallbacksExhausted.Load()
+	st.LastConnect, st.LastFallbackExhausted = unixNano(s.lastConnect.Load()), unixNano(s.lastFallbackExhausted.Load())
 	st.Validations, st.ValidationFailures, st.ValidationsBypassed = s.validations.Load(), s.validationFailures.Load(), s.validationsBypassed.Load()
 	st.ValidationLast, st.ValidationP50, st.ValidationP99 = s.validation.summary()
 	st.SilentDetected = s.silentDetected.Load()
@@ -251,3 +261,10 @@ func (p *Pool) Stats() Stats {
 }
 
 func sortInts(s []int) { slices.Sort(s) }
+
+func unixNano(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
