@@ -16,8 +16,9 @@ func (*SilentHandshake) Intercept(ev *Event) {
 }
 
 // Silent completes the handshake and startApi, then never answers any
-// request, on new and existing connections alike: the "silent connection"
-// that TCP-level checks cannot see.
+// request and sends nothing more — no stream update, no notice — on new and
+// existing connections alike: the "silent connection" that TCP-level
+// checks cannot see.
 type Silent struct{ Passive }
 
 // Kind implements Fault.
@@ -25,7 +26,7 @@ func (*Silent) Kind() string { return "silent" }
 
 // Intercept implements Fault.
 func (*Silent) Intercept(ev *Event) {
-	if ev.Kind == EvRequest {
+	if ev.Kind == EvRequest || (ev.Kind == EvReply && !ev.Startup) {
 		ev.Silence = true
 	}
 }

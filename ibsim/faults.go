@@ -82,8 +82,11 @@ type Event struct {
 	// SincePrevCurrentTime is, for a reqCurrentTime, the time since the
 	// previous one on this connection; negative for the first.
 	SincePrevCurrentTime time.Duration
+	// Startup marks the replies to startApi (accounts, next id, farm
+	// notices, a refusal): the greeting even a silent gateway completes.
+	Startup bool
 
-	Silence bool          // never answer
+	Silence bool          // never answer (EvReply: drop the reply)
 	Reject  *tws.ErrorMsg // answer with this error instead
 	Close   bool          // close the connection after Reject
 	Delay   time.Duration // added before the reply is written

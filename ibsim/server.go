@@ -185,7 +185,9 @@ func (s *Server) Close() error {
 	s.closed = true
 	ln := s.ln
 	s.ln, s.listening = nil, false
-	faults := s.faults
+	// A copy: End removes each fault from s.faults in place, which would
+	// shift the shared array under this loop and skip faults.
+	faults := append([]*activeFault(nil), s.faults...)
 	sessions := make([]*session, 0, len(s.sessions))
 	for ss := range s.sessions {
 		sessions = append(sessions, ss)
@@ -324,6 +326,13 @@ func (s *Server) AddFault(f Fault, opts ...FaultOption) (string, error) {
 	a := &activeFault{fault: f, since: s.cfg.Now()}
 	for _, o := range opts {
 		o(a)
+	}
+	switch f.(type) {
+	case *SilentHandshake, *Refuse, *Restart:
+		// They act before a client id is known, so a limit cannot apply
+		// (see ForClients); without this a restart would drop only the
+		// listed clients.
+		a.clientIDs = nil
 	}
 	s.mu.Lock()
 	if s.closed {

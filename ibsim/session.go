@@ -160,14 +160,28 @@ func (ss *session) enqueue(it outItem) {
 	}
 }
 
-// send queues m after the reply faults had their say (latency).
+// send queues m after the reply faults had their say (latency, silence).
 func (ss *session) send(m tws.Message, valid func() bool) {
-	ss.sendClosing(m, valid, "")
+	ss.queueReply(m, valid, "", false)
 }
 
+// sendStartup queues a reply to startApi: the session's greeting, which a
+// silent gateway still completes.
+func (ss *session) sendStartup(m tws.Message) {
+	ss.queueReply(m, nil, "", true)
+}
+
+// sendClosing queues a startApi refusal, closing the connection after it.
 func (ss *session) sendClosing(m tws.Message, valid func() bool, closeAfter string) {
-	ev := Event{Kind: EvReply, ClientID: int(ss.clientID.Load()), Message: m}
+	ss.queueReply(m, valid, closeAfter, true)
+}
+
+func (ss *session) queueReply(m tws.Message, valid func() bool, closeAfter string, startup bool) {
+	ev := Event{Kind: EvReply, ClientID: int(ss.clientID.Load()), Message: m, Startup: startup}
 	ss.s.intercept(&ev)
+	if ev.Silence {
+		return
+	}
 	frame, err := tws.Encode(m, ss.ver)
 	if err != nil {
 		ss.s.log.Error("cannot encode reply", "msg", fmt.Sprintf("%T", m), "err", err)
@@ -209,7 +223,10 @@ func (ss *session) serve() (reason string, flush bool) {
 		_, _ = io.Copy(io.Discard, br)
 		return "handshake left unanswered", false
 	}
+	// Under the server lock: State reads ver from other goroutines.
+	s.mu.Lock()
 	ss.ver = ver
+	s.mu.Unlock()
 	hdr, err := tws.AppendServerHello(nil, tws.ServerHello{Version: ver, ConnectionTime: s.cfg.Now().Format("20060102 15:04:05 MST")})
 	if err != nil {
 		return "cannot encode server hello", false
@@ -295,10 +312,10 @@ func (ss *session) startAPI(m *tws.StartAPI) (reason string, refused bool) {
 		return "too many clients", true
 	}
 	s.log.Info("client started", "client_id", m.ClientID, "remote", ss.remote, "server_version", ss.ver)
-	ss.send(&tws.ManagedAccounts{Accounts: s.cfg.Accounts}, nil)
-	ss.send(&tws.NextValidID{OrderID: 1}, nil)
+	ss.sendStartup(&tws.ManagedAccounts{Accounts: s.cfg.Accounts})
+	ss.sendStartup(&tws.NextValidID{OrderID: 1})
 	for _, n := range ss.s.startupNotices(m.ClientID) {
-		ss.send(n, nil)
+		ss.sendStartup(n)
 	}
 	return "", false
 }
