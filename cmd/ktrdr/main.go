@@ -68,6 +68,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: exitUsage, err: fmt.Errorf("%w (see '%s --help')", err, c.CommandPath())}
 	})
-	root.AddCommand(newSimCmd(stdout, stderr), newIBCmd(stdout))
+	root.AddCommand(newSimCmd(stdout, stderr), newIBCmd(stdout), newServeCmd(stdout, stderr))
+	root.AddCommand(newSymbolsCmd(stdout))
 	return root
 }

@@ -50,6 +50,7 @@ func accountType(accounts []string) string {
 func newIBCmd(stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{Use: "ib", Short: "Check and manage the gateway connection"}
 	cmd.AddCommand(newProbeCmd(stdout))
+	cmd.AddCommand(newIBAPICmds(stdout)...)
 	return cmd
 }
 

@@ -256,13 +256,15 @@ func gatewayError(stage string, err error) error {
 		stage = string(ae.Stage)
 	}
 	details := map[string]any{"stage": stage}
+	// Silence first: the pool reports it joined with the deadline it hit,
+	// and a silent gateway is a gateway problem (503), not a slow request.
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return &Error{Kind: ErrTimeout, Code: "GATEWAY_TIMEOUT", Message: "deadline passed while " + stage, Details: details, Err: err}
-	case errors.Is(err, pool.ErrCircuitOpen):
-		return &Error{Kind: ErrUnavailable, Code: "CIRCUIT_OPEN", Message: "the gateway failed recently; the circuit breaker is open", Details: details, Err: err}
 	case errors.Is(err, pool.ErrSilentGateway):
 		return &Error{Kind: ErrUnavailable, Code: "GATEWAY_SILENT", Message: "the gateway accepted the connection but did not answer", Details: details, Err: err}
+	case errors.Is(err, pool.ErrCircuitOpen):
+		return &Error{Kind: ErrUnavailable, Code: "CIRCUIT_OPEN", Message: "the gateway failed recently; the circuit breaker is open", Details: details, Err: err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &Error{Kind: ErrTimeout, Code: "GATEWAY_TIMEOUT", Message: "deadline passed while " + stage, Details: details, Err: err}
 	}
 	return &Error{Kind: ErrUnavailable, Code: "GATEWAY_UNAVAILABLE", Message: "the gateway is unavailable while " + stage, Details: details, Err: err}
 }

@@ -200,12 +200,17 @@ func (s *IB) check() Health {
 	defer lease.Release()
 	h.ConnectionOK = true
 	s.observeConn(lease)
-	_, err = lease.Conn().ContractDetails(ctx, s.opts.DataCheck)
+	// The data request gets the validation timeout, not the whole check's
+	// budget: a connection that skipped validation (proven alive within the
+	// bypass window) on a gateway gone silent must not hold the check.
+	dctx, dcancel := context.WithTimeout(ctx, p.Config().ValidationTimeout)
+	_, err = lease.Conn().ContractDetails(dctx, s.opts.DataCheck)
+	dcancel()
 	h.LatencyMS = msSince(start)
 	if err != nil {
 		h.ErrorMessage, h.Stage = err.Error(), "data request"
-		if errors.Is(err, client.ErrConnectionLost) {
-			lease.Destroy()
+		if errors.Is(err, client.ErrConnectionLost) || errors.Is(err, context.DeadlineExceeded) {
+			lease.Destroy() // dead, or silent: never hand it out again
 		}
 		s.recordData(false, err)
 		h.LastSuccessfulRequest = s.lastSuccess()

@@ -179,7 +179,9 @@ func collectionPhase(st pool.Stats, cfg pool.Config, interval time.Duration, now
 	switch {
 	case st.HealthLastRun.IsZero():
 		ph.Status, ph.Reason = Degraded, "the health loop has not run yet"
-	case now.Sub(st.HealthLastRun) > 2*interval:
+	case now.Sub(st.HealthLastRun) > 2*interval+cfg.ValidationTimeout+cfg.ConnectTimeout:
+		// Runs start an interval after the previous one ended; a run may
+		// take a validation timeout, and the warm-up before it a connect.
 		ph.Status, ph.Reason = Failing, "the health loop missed two intervals"
 	case overdue > 0:
 		ph.Status, ph.Reason = Degraded, fmt.Sprintf("%d idle connections outlived the idle timeout", overdue)
