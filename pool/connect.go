@@ -13,9 +13,9 @@ import (
 
 // connect opens one connection through the breaker, trying client ids from
 // the lowest free one and moving on after each 326, with a pause between
-// attempts. p.pending counts it until it returns. On success the entry is
-// registered, in use, with its monitor running.
-func (p *Pool) connect(ctx context.Context) (*entry, error) {
+// attempts. p.pending (and p.warming for a warm-up) counts it until it
+// returns. On success the entry is registered, in use, with its monitor running.
+func (p *Pool) connect(ctx context.Context, warm bool) (*entry, error) {
 	var conn *client.Conn
 	_, err := p.breaker.Execute(func() (struct{}, error) {
 		var err error
@@ -24,6 +24,9 @@ func (p *Pool) connect(ctx context.Context) (*entry, error) {
 	})
 	p.mu.Lock()
 	p.pending--
+	if warm {
+		p.warming--
+	}
 	if err != nil || p.closed {
 		p.wakeOneLocked() // the capacity this connect held is free again
 		closed := p.closed

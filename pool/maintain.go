@@ -18,6 +18,11 @@ func (p *Pool) maintain() {
 	defer health.Stop()
 	tick := time.NewTicker(min(p.cfg.BreakerProbeInterval, time.Second))
 	defer tick.Stop()
+	// probeAt fires when the open breaker turns half-open, so the probe
+	// runs then rather than at the next tick, up to a tick later.
+	probeAt := time.NewTimer(time.Hour)
+	probeAt.Stop()
+	defer probeAt.Stop()
 	var nextWarm time.Time // after a failed warm connect, wait before the next
 	for {
 		if p.ctx.Err() != nil {
@@ -29,6 +34,12 @@ func (p *Pool) maintain() {
 		} else if time.Now().After(nextWarm) && !p.warmUp() {
 			nextWarm = time.Now().Add(p.cfg.BreakerProbeInterval)
 		}
+		var probeDue <-chan time.Time
+		if p.breaker.State() == gobreaker.StateOpen {
+			opened := time.Unix(0, p.breakerOpened.Load())
+			probeAt.Reset(max(time.Until(opened.Add(p.cfg.BreakerProbeInterval)), 0) + time.Millisecond)
+			probeDue = probeAt.C
+		}
 		select {
 		case <-p.ctx.Done():
 			return
@@ -36,6 +47,7 @@ func (p *Pool) maintain() {
 			p.healthCheck()
 			health.Reset(p.jittered())
 		case <-tick.C:
+		case <-probeDue:
 		case <-p.kick:
 		}
 	}
@@ -73,12 +85,13 @@ func (p *Pool) warmUp() bool {
 		need := !p.closed && len(p.all)+p.pending < p.cfg.MinIdle
 		if need {
 			p.pending++
+			p.warming++
 		}
 		p.mu.Unlock()
 		if !need {
 			return true
 		}
-		e, err := p.connect(p.ctx)
+		e, err := p.connect(p.ctx, true)
 		if err != nil {
 			if !errors.Is(err, ErrClosed) {
 				p.log.Warn("warm connection failed", "err", err)
@@ -94,7 +107,12 @@ func (p *Pool) warmUp() bool {
 // use are never touched.
 func (p *Pool) healthCheck() {
 	start := time.Now()
-	var expired, probe []*entry
+	type held struct {
+		e         *entry
+		idleSince time.Time // a probe does not restart the idle clock
+	}
+	var expired []*entry
+	var probe []held
 	p.mu.Lock()
 	live := len(p.all)
 	for _, e := range p.idle { // oldest release first
@@ -104,7 +122,7 @@ func (p *Pool) healthCheck() {
 			continue
 		}
 		e.inUse = true // held by the health loop while probed
-		probe = append(probe, e)
+		probe = append(probe, held{e, e.released})
 	}
 	p.idle = p.idle[:0]
 	p.mu.Unlock()
@@ -114,17 +132,17 @@ func (p *Pool) healthCheck() {
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	failed := 0
-	for _, e := range probe {
+	for _, h := range probe {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			p.stats.healthProbes.Add(1)
-			err := p.roundTrip(p.ctx, e, ReasonFailedHealth)
+			err := p.roundTrip(p.ctx, h.e, ReasonFailedHealth, h.idleSince)
 			switch {
 			case err == nil:
-				p.release(e)
-			case errors.Is(err, ErrCircuitOpen):
-				// roundTrip returned it to the pool untried
+				p.releaseIdleSince(h.e, h.idleSince)
+			case errors.Is(err, ErrCircuitOpen), errors.Is(err, ErrClosed):
+				// returned to the pool untried, or the pool closed
 			default:
 				mu.Lock()
 				failed++

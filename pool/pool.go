@@ -11,7 +11,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -61,7 +63,10 @@ type Pool struct {
 	idle    []*entry // most recently released last
 	waiters *list.List
 	pending int // connects under way
+	warming int // of which warm-up connects, not yet anyone's
 	closed  bool
+
+	breakerOpened atomic.Int64 // unix nanos of the breaker's last opening
 }
 
 // New starts a pool. It connects nothing synchronously: the maintainer
@@ -88,6 +93,9 @@ func New(cfg Config) (*Pool, error) {
 			return errors.Is(err, context.Canceled) || errors.Is(err, ErrClosed)
 		},
 		OnStateChange: func(_ string, from, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				p.breakerOpened.Store(time.Now().UnixNano())
+			}
 			p.stats.breakerChanged(from, to)
 			p.log.Warn("circuit breaker", "from", from.String(), "to", to.String())
 			p.events.publish(Event{Kind: EventBreaker, Detail: to.String()})
@@ -173,12 +181,16 @@ func (p *Pool) get(ctx context.Context) (*entry, AcquireStage, error) {
 		p.mu.Unlock()
 		return e, "", nil
 	}
-	if len(p.all)+p.pending < p.cfg.MaxConns {
+	// A warm-up connect under way that no waiter has claimed will be
+	// handed to the first waiter: wait for it rather than dial another.
+	if len(p.all)+p.pending < p.cfg.MaxConns && p.warming <= p.waiters.Len() {
 		if p.breaker.State() == gobreaker.StateOpen {
 			p.mu.Unlock()
 			return nil, StageConnecting, ErrCircuitOpen
 		}
 		p.pending++
+		// Counted under p.mu, where Close cannot have begun waiting.
+		p.wg.Add(1)
 		p.mu.Unlock()
 		return p.connectFor(ctx)
 	}
@@ -195,17 +207,22 @@ func (p *Pool) get(ctx context.Context) (*entry, AcquireStage, error) {
 			p.waiters.Remove(el)
 			p.mu.Unlock()
 		} else {
-			// Handed something just as we gave up: pass it on.
+			// Handed something just as we gave up: pass it on, a
+			// connection to the pool, a wake-up to the next waiter.
 			p.mu.Unlock()
 			if e := <-w.ch; e != nil {
 				p.release(e)
+			} else {
+				p.mu.Lock()
+				p.wakeOneLocked()
+				p.mu.Unlock()
 			}
 		}
 		return nil, StageWaiting, ctx.Err()
 	}
 }
 
-// connectFor runs a connect (p.pending already counts it) for one caller.
+// connectFor runs a connect (p.pending and p.wg already count it) for one caller.
 // If the caller leaves first, the connect goes on and its connection
 // joins the pool: a connect under way is never wasted.
 func (p *Pool) connectFor(ctx context.Context) (*entry, AcquireStage, error) {
@@ -216,10 +233,9 @@ func (p *Pool) connectFor(ctx context.Context) (*entry, AcquireStage, error) {
 	res := make(chan result, 1)
 	var mu sync.Mutex
 	abandoned := false
-	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		e, err := p.connect(p.ctx)
+		e, err := p.connect(p.ctx, false)
 		mu.Lock()
 		defer mu.Unlock()
 		if abandoned {
@@ -249,7 +265,12 @@ func (p *Pool) connectFor(ctx context.Context) (*entry, AcquireStage, error) {
 }
 
 // release returns e to the pool: to the first waiter, else to the idle set.
-func (p *Pool) release(e *entry) {
+func (p *Pool) release(e *entry) { p.releaseIdleSince(e, time.Time{}) }
+
+// releaseIdleSince is release for an entry that was idle since then (zero:
+// now): the health loop's probes do not restart a connection's idle clock.
+// The idle set stays ordered by release time, oldest first.
+func (p *Pool) releaseIdleSince(e *entry, since time.Time) {
 	if !e.conn.IsConnected() {
 		p.remove(e, reasonForClosed(e.conn))
 		return
@@ -267,8 +288,15 @@ func (p *Pool) release(e *entry) {
 		return
 	}
 	e.inUse = false
-	e.released = time.Now()
-	p.idle = append(p.idle, e)
+	if since.IsZero() {
+		since = time.Now()
+	}
+	e.released = since
+	i := len(p.idle)
+	for i > 0 && p.idle[i-1].released.After(since) {
+		i--
+	}
+	p.idle = slices.Insert(p.idle, i, e)
 	p.mu.Unlock()
 }
 
@@ -341,20 +369,67 @@ func (p *Pool) validate(ctx context.Context, e *entry) error {
 		p.stats.validationsBypassed.Add(1)
 		return nil
 	}
-	return p.roundTrip(ctx, e, ReasonFailedValidation)
+	return p.roundTrip(ctx, e, ReasonFailedValidation, time.Time{})
 }
 
 // roundTrip runs one validation round trip on e through the breaker; on
-// failure it removes e with reason.
-func (p *Pool) roundTrip(ctx context.Context, e *entry, reason Reason) error {
-	vctx, cancel := context.WithTimeout(ctx, p.cfg.ValidationTimeout)
+// failure it removes e with reason. A caller whose ctx ends first leaves at
+// once, but the round trip runs on to its own deadline, so the breaker only
+// counts what the gateway did and e is neither dropped nor handed back
+// while a request is outstanding on it: on success it returns to the pool.
+// idleSince is passed on when e goes back untried (see releaseIdleSince).
+func (p *Pool) roundTrip(ctx context.Context, e *entry, reason Reason, idleSince time.Time) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		p.remove(e, ReasonPoolClosed)
+		return ErrClosed
+	}
+	p.wg.Add(1)
+	p.mu.Unlock()
+	res := make(chan error, 1)
+	var mu sync.Mutex
+	left := false
+	go func() {
+		defer p.wg.Done()
+		err := p.checkAlive(e, reason, idleSince)
+		mu.Lock()
+		defer mu.Unlock()
+		if left {
+			if err == nil {
+				p.releaseIdleSince(e, idleSince)
+			}
+			return
+		}
+		res <- err
+	}()
+	select {
+	case err := <-res:
+		return err
+	case <-ctx.Done():
+		mu.Lock()
+		left = true
+		mu.Unlock()
+		select {
+		case err := <-res: // finished just now
+			if err == nil {
+				p.releaseIdleSince(e, idleSince)
+			}
+		default:
+		}
+		return ctx.Err()
+	}
+}
+
+// checkAlive is the round trip itself, bounded by ValidationTimeout and the
+// pool's life only. On failure e is removed; untried (breaker open) it goes
+// back to the pool.
+func (p *Pool) checkAlive(e *entry, reason Reason, idleSince time.Time) error {
+	vctx, cancel := context.WithTimeout(p.ctx, p.cfg.ValidationTimeout)
 	defer cancel()
 	start := time.Now()
 	_, err := p.breaker.Execute(func() (struct{}, error) {
 		_, err := e.conn.CurrentTime(vctx)
-		if err != nil && ctx.Err() != nil {
-			return struct{}{}, ctx.Err() // the caller left: not the gateway's fault
-		}
 		return struct{}{}, err
 	})
 	took := time.Since(start)
@@ -367,11 +442,15 @@ func (p *Pool) roundTrip(ctx context.Context, e *entry, reason Reason) error {
 		return nil
 	case errors.Is(err, gobreaker.ErrOpenState), errors.Is(err, gobreaker.ErrTooManyRequests):
 		// Not tried: e is as good as before; put it back.
-		p.release(e)
+		p.releaseIdleSince(e, idleSince)
 		return ErrCircuitOpen
 	}
+	if p.ctx.Err() != nil {
+		p.remove(e, ReasonPoolClosed)
+		return ErrClosed
+	}
 	p.stats.validated(took, false)
-	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+	if errors.Is(err, context.DeadlineExceeded) {
 		p.stats.silentDetected.Add(1)
 		p.log.Warn("silent connection detected", "client_id", e.clientID, "waited", took)
 		err = errors.Join(ErrSilentGateway, err)

@@ -192,6 +192,7 @@ type Stats struct {
 	BreakerConsecutiveKO uint32
 
 	HealthRuns, HealthLastChecked, HealthLastFailed, HealthLastRemovedIdle int64
+	HealthProbes                                                           int64 // round trips the health loop ran, all runs
 	HealthLastRun                                                          time.Time
 	HealthLastDuration                                                     time.Duration
 	HealthInterval                                                         time.Duration
@@ -241,6 +242,7 @@ func (p *Pool) Stats() Stats {
 	st.ValidationLast, st.ValidationP50, st.ValidationP99 = s.validation.summary()
 	st.SilentDetected = s.silentDetected.Load()
 	st.LeaksReported = s.leaksReported.Load()
+	st.HealthProbes = s.healthProbes.Load()
 	s.mu.Lock()
 	st.Removals = make(map[Reason]int64, len(s.removals))
 	for k, v := range s.removals {

@@ -14,7 +14,7 @@ func healthyInputs(now time.Time) (pool.Stats, pool.Config, Health) {
 	st := pool.Stats{Total: 1, Idle: 1, MinIdle: 1, ClientIDsInUse: []int{1}, LowestClientIDInUse: 1, LowestFreeClientID: 2,
 		ClientIDBase: 1, Validations: 10, ValidationP99: 2 * time.Millisecond, LastValidationOK: now.Add(-10 * time.Second),
 		HealthRuns: 3, HealthLastRun: now.Add(-20 * time.Second), Removals: map[pool.Reason]int64{},
-		Connections: []pool.ConnInfo{{ClientID: 1, LastAlive: now.Add(-10 * time.Second), IdleSince: now.Add(-time.Second)}},
+		Connections:  []pool.ConnInfo{{ClientID: 1, LastAlive: now.Add(-10 * time.Second), IdleSince: now.Add(-time.Second)}},
 		BreakerState: "closed", Uptime: time.Hour}
 	h := Health{Healthy: true, ConnectionOK: true, DataFetchingOK: true, LatencyMS: 2, CheckedAt: now}
 	return st, cfg, h
