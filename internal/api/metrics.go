@@ -40,6 +40,7 @@ type ibCollector struct {
 	connects, connectFailures                         *prometheus.Desc
 	breaker, degraded, validationSec, validationLast  *prometheus.Desc
 	score, phase                                      *prometheus.Desc
+	lastValidationOK                                  *prometheus.Desc
 }
 
 func newIBCollector(svc *service.IB) *ibCollector {
@@ -70,8 +71,10 @@ func newIBCollector(svc *service.IB) *ibCollector {
 		// lifetime count and _sum, which the pool does not track, is NaN.
 		validationSec:  d("ktrdr_pool_validation_seconds", "Validation round-trip latency quantiles over the last 1024 validations; _sum is not tracked (NaN)."),
 		validationLast: d("ktrdr_pool_validation_last_seconds", "Latency of the most recent validation round trip."),
-		score:          d("ktrdr_resilience_score", "Overall resilience score, 0 to 100, as GET /api/v1/ib/resilience reports it."),
-		phase:          d("ktrdr_resilience_phase_status", "Resilience phase status: 1 working, 0.5 degraded, 0 failing.", "phase"),
+		lastValidationOK: d("ktrdr_pool_last_validation_success_timestamp_seconds",
+			"Unix time of the last successful validation round trip (0 before the first)."),
+		score: d("ktrdr_resilience_score", "Overall resilience score, 0 to 100, as GET /api/v1/ib/resilience reports it."),
+		phase: d("ktrdr_resilience_phase_status", "Resilience phase status: 1 working, 0.5 degraded, 0 failing.", "phase"),
 	}
 }
 
@@ -79,7 +82,8 @@ func newIBCollector(svc *service.IB) *ibCollector {
 func (c *ibCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.total, c.idle, c.inUse, c.connecting, c.waiting, c.maxConns,
 		c.validations, c.validationFailures, c.removals, c.conflicts, c.silent, c.acquires, c.acquireFailures,
-		c.connects, c.connectFailures, c.breaker, c.degraded, c.validationSec, c.validationLast, c.score, c.phase} {
+		c.connects, c.connectFailures, c.breaker, c.degraded, c.validationSec, c.validationLast, c.score, c.phase,
+		c.lastValidationOK} {
 		ch <- d
 	}
 }
@@ -115,6 +119,11 @@ func (c *ibCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstSummary(c.validationSec, uint64(max(st.Validations, 0)), math.NaN(), map[float64]float64{
 		0.5: st.ValidationP50.Seconds(), 0.99: st.ValidationP99.Seconds()})
 	gauge(c.validationLast, st.ValidationLast.Seconds())
+	if st.LastValidationOK.IsZero() {
+		gauge(c.lastValidationOK, 0)
+	} else {
+		gauge(c.lastValidationOK, float64(st.LastValidationOK.UnixNano())/1e9)
+	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), resilienceScrapeTimeout)
 	defer cancel()
