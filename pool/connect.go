@@ -104,6 +104,14 @@ func (p *Pool) monitor(e *entry) {
 	defer p.wg.Done()
 	sub := e.conn.Subscribe(p.cfg.EventBuffer)
 	defer sub.Close()
+	// A connection opened during an outage hears 1100 in its greeting,
+	// before this subscription: the latest connectivity word counts.
+	recent := e.conn.RecentEvents()
+	for i := len(recent) - 1; i >= 0; i-- {
+		if p.connectivity(recent[i]) {
+			break
+		}
+	}
 	for {
 		select {
 		case <-e.conn.Done():
@@ -114,14 +122,22 @@ func (p *Pool) monitor(e *entry) {
 				p.remove(e, reasonForClosed(e.conn))
 				return
 			}
-			switch ev.Code {
-			case client.CodeConnectivityLost:
-				p.setDegraded(true, ev)
-			case client.CodeRestoredDataKept, client.CodeRestoredDataLost:
-				p.setDegraded(false, ev)
-			}
+			p.connectivity(ev)
 		}
 	}
+}
+
+// connectivity applies a 1100/1101/1102 event; it reports whether ev was one.
+func (p *Pool) connectivity(ev client.Event) bool {
+	switch ev.Code {
+	case client.CodeConnectivityLost:
+		p.setDegraded(true, ev)
+	case client.CodeRestoredDataKept, client.CodeRestoredDataLost:
+		p.setDegraded(false, ev)
+	default:
+		return false
+	}
+	return true
 }
 
 // reasonForClosed tells a gateway that closed the socket from one that
