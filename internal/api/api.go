@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ktrdr/ktrdr/internal/service"
+	"github.com/ktrdr/ktrdr/internal/statuspage"
 )
 
 // Defaults for Options.
@@ -138,12 +139,19 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/ib/circuit-breakers", noBody(s.circuitBreakers))
 	s.handle("POST /api/v1/ib/symbols/discover", withBody(s, s.discover))
 	s.handle("GET /api/v1/ib/symbols/discovered", noBody(s.discovered))
+	// The status page holds no data (its scripts fetch the API with the
+	// token), so it is served without one; {$} keeps it from shadowing the
+	// envelope 404s of unknown paths.
+	s.mux.Handle("GET /{$}", statuspage.Handler())
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.opts.Registry, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelError),
 		ErrorHandling: promhttp.ContinueOnError,
 		Timeout:       s.opts.HandlerTimeout,
 	}))
 }
+
+// statusPagePath serves the status page.
+const statusPagePath = "/"
 
 // HTTPServer returns an http.Server for s with timeouts that bound every
 // phase of a connection: a client that sends its headers or body slowly, or
@@ -241,7 +249,7 @@ func (s *Server) unrouted(w http.ResponseWriter, r *http.Request, h http.Handler
 // authorized checks the bearer token. Both sides are hashed first so the
 // comparison takes the same time whatever the length of the guess.
 func (s *Server) authorized(r *http.Request) bool {
-	if s.opts.Token == "" || r.URL.Path == healthPath {
+	if s.opts.Token == "" || r.URL.Path == healthPath || r.URL.Path == statusPagePath {
 		return true
 	}
 	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")

@@ -143,9 +143,10 @@ func validationPhase(st pool.Stats, cfg pool.Config, interval time.Duration, now
 		ph.Status, ph.Reason = Failing, "no successful validation round trip in the last health interval"
 	case discarded < st.SilentDetected:
 		ph.Status, ph.Reason = Degraded, "a silent connection was detected but not discarded"
-	case st.ValidationP99 > cfg.ValidationTimeout:
-		ph.Status, ph.Reason = Degraded, "validation p99 exceeds the validation timeout"
 	default:
+		// The p99 is evidence, not a rule: it spans the last 1024 round
+		// trips, failed ones included, so it would keep a recovered pool
+		// degraded for hours after a silent spell.
 		ph.Status = Working
 	}
 	return ph
