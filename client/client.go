@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -311,4 +312,19 @@ func (c *Conn) fail(cause error) {
 			c.log.Warn("connection to gateway ended", "addr", c.cfg.Addr, "client_id", c.clientID, "err", cause)
 		}
 	})
+}
+
+// AccountType classifies the managed accounts a gateway announced: "paper"
+// when every account is a paper one (IB's paper accounts start with "DU"),
+// "live" when any is not, "unknown" when there are none.
+func AccountType(accounts []string) string {
+	if len(accounts) == 0 {
+		return "unknown"
+	}
+	for _, a := range accounts {
+		if !strings.HasPrefix(a, "DU") {
+			return "live"
+		}
+	}
+	return "paper"
 }

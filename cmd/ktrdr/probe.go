@@ -34,18 +34,6 @@ type probeResult struct {
 	ElapsedMS      float64  `json:"elapsed_ms"`
 }
 
-// accountType classifies IB accounts: paper accounts start with "DU".
-func accountType(accounts []string) string {
-	if len(accounts) == 0 {
-		return "unknown"
-	}
-	for _, a := range accounts {
-		if !strings.HasPrefix(a, "DU") {
-			return "live"
-		}
-	}
-	return "paper"
-}
 
 func newIBCmd(stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{Use: "ib", Short: "Check and manage the gateway connection"}
@@ -129,7 +117,7 @@ func probe(ctx context.Context, addr string, id int, timeout time.Duration) prob
 	defer conn.Close()
 	res.ConnectMS = ms(time.Since(start))
 	res.ServerVersion, res.Accounts = conn.ServerVersion(), conn.Accounts()
-	res.AccountType, res.ConnectionTime = accountType(res.Accounts), conn.ConnectionTime()
+	res.AccountType, res.ConnectionTime = client.AccountType(res.Accounts), conn.ConnectionTime()
 	st, err := conn.CurrentTime(ctx)
 	if err != nil {
 		res.Stage, res.Error = "reqCurrentTime", err.Error()

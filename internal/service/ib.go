@@ -230,7 +230,7 @@ func (s *IB) observeConn(l *pool.Lease) {
 	s.infoMu.Lock()
 	defer s.infoMu.Unlock()
 	s.info.ServerVersion, s.info.Accounts, s.info.ConnectionTime = c.ServerVersion(), c.Accounts(), c.ConnectionTime()
-	s.info.AccountType = accountType(c.Accounts())
+	s.info.AccountType = client.AccountType(c.Accounts())
 	for _, ev := range c.RecentEvents() {
 		s.addEventLocked(ConnEvent{Time: ev.Time, Code: ev.Code, Text: ev.Text, ClientID: c.ClientID()})
 	}
@@ -269,18 +269,6 @@ func (s *IB) lastSuccess() *time.Time {
 	return s.data.LastSuccess
 }
 
-// accountType classifies IB accounts: paper accounts start with "DU".
-func accountType(accounts []string) string {
-	if len(accounts) == 0 {
-		return "unknown"
-	}
-	for _, a := range accounts {
-		if !strings.HasPrefix(a, "DU") {
-			return "live"
-		}
-	}
-	return "paper"
-}
 
 // Status describes the gateway, the pool and recent events. It makes no
 // gateway request: it reports what the pool and the last checks saw.
