@@ -34,7 +34,6 @@ type probeResult struct {
 	ElapsedMS      float64  `json:"elapsed_ms"`
 }
 
-
 func newIBCmd(stdout io.Writer) *cobra.Command {
 	cmd := &cobra.Command{Use: "ib", Short: "Check and manage the gateway connection"}
 	cmd.AddCommand(newProbeCmd(stdout))

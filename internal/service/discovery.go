@@ -200,7 +200,8 @@ func (s *IB) Discover(ctx context.Context, symbol string, force bool) (Instrumen
 				return Instrument{}, gatewayError("head timestamp", err)
 			}
 		}
-		s.disc.put(sym, cacheEntry{Instrument: &in, At: in.DiscoveredAt, Expires: in.DiscoveredAt.Add(discoveryTTL)})
+		cached := in // the cache keeps its own copy: callers may change theirs
+		s.disc.put(sym, cacheEntry{Instrument: &cached, At: in.DiscoveredAt, Expires: in.DiscoveredAt.Add(discoveryTTL)})
 		in.DiscoveryTimeMS = msSince(start)
 		return in, nil
 	}

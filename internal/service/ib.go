@@ -269,7 +269,6 @@ func (s *IB) lastSuccess() *time.Time {
 	return s.data.LastSuccess
 }
 
-
 // Status describes the gateway, the pool and recent events. It makes no
 // gateway request: it reports what the pool and the last checks saw.
 func (s *IB) Status() Status {
