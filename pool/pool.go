@@ -130,6 +130,15 @@ func (l *Lease) Release() { l.once.Do(func() { l.p.release(l.e) }) }
 // that saw it misbehave.
 func (l *Lease) Destroy() { l.once.Do(func() { l.p.remove(l.e, ReasonBrokenByCaller) }) }
 
+// DestroySilent removes the connection because a request on it got no
+// answer in time: it counts as a silent connection detected.
+func (l *Lease) DestroySilent() {
+	l.once.Do(func() {
+		l.p.stats.silentDetected.Add(1)
+		l.p.remove(l.e, ReasonSilentRequest)
+	})
+}
+
 // Acquire returns a validated connection, waiting at most until ctx ends.
 // label names the acquirer in leak reports. Errors are *AcquireError
 // wrapping ErrCircuitOpen, ErrSilentGateway, ErrClosed, a connect error or

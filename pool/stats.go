@@ -24,6 +24,7 @@ const (
 	ReasonClosedByGateway  Reason = "closed_by_gateway"
 	Reason326              Reason = "client_id_in_use"
 	ReasonPoolClosed       Reason = "pool_closed"
+	ReasonSilentRequest    Reason = "silent_request" // a caller's request got no answer in time
 )
 
 // latencyWindow is how many recent latencies percentiles are computed over.

@@ -70,5 +70,7 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	})
 	root.AddCommand(newSimCmd(stdout, stderr), newIBCmd(stdout), newServeCmd(stdout, stderr))
 	root.AddCommand(newSymbolsCmd(stdout))
+	root.AddCommand(newDataCmd(stdout))
+	root.AddCommand(newE2ECmd(stdout, stderr))
 	return root
 }

@@ -10,16 +10,21 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ktrdr/ktrdr/client"
 	"github.com/ktrdr/ktrdr/ibsim"
 	"github.com/ktrdr/ktrdr/internal/api"
 	"github.com/ktrdr/ktrdr/internal/config"
+	"github.com/ktrdr/ktrdr/internal/loader"
+	"github.com/ktrdr/ktrdr/internal/pacing"
 	"github.com/ktrdr/ktrdr/internal/service"
+	"github.com/ktrdr/ktrdr/internal/store"
 	"github.com/ktrdr/ktrdr/pool"
 )
 
@@ -74,13 +79,29 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "ktrdr serve: simulator gateway on %s, control API on %s\n", sim.Addr(), sim.ControlURL())
 	}
 
+	// The gateway's windows (message rate, historical pacing) are divided
+	// by the simulator's time scale; the client's message pacing and the
+	// pacing scheduler must be too, or they would hold requests back for
+	// windows the simulator no longer has.
+	scale := 1.0
+	if cfg.Sim && cfg.SimTimeScale > 0 {
+		scale = cfg.SimTimeScale
+	}
+	poolCfg := pool.Config{MaxConns: cfg.MaxConns, MinIdle: minIdle(cfg.MinIdle), ConnectTimeout: cfg.ConnectTimeout,
+		ValidationTimeout: cfg.ValidationTimeout, ValidationBypass: cfg.ValidationBypass, IdleTimeout: cfg.IdleTimeout,
+		HealthInterval: cfg.HealthInterval, BreakerFailures: cfg.BreakerFailures, BreakerProbeInterval: cfg.BreakerProbeInterval,
+		ClientIDAttempts: cfg.ClientIDAttempts, ClientIDPause: cfg.ClientIDPause, ClientIDCooldown: cfg.ClientIDCooldown,
+		LeakThreshold: leakThreshold(cfg.LeakThreshold)}
+	if scale != 1 {
+		rate := max(int(float64(client.DefaultMaxRate)*scale), 1)
+		poolCfg.Dial = func(ctx context.Context, c client.Config) (*client.Conn, error) {
+			c.MaxRate = rate
+			return client.Dial(ctx, c)
+		}
+	}
 	svc, err := service.New(service.Options{
 		Gateway: service.GatewayConfig{Host: cfg.IBHost, Port: cfg.IBPort, ClientIDBase: cfg.ClientIDBase},
-		Pool: pool.Config{MaxConns: cfg.MaxConns, MinIdle: minIdle(cfg.MinIdle), ConnectTimeout: cfg.ConnectTimeout,
-			ValidationTimeout: cfg.ValidationTimeout, ValidationBypass: cfg.ValidationBypass, IdleTimeout: cfg.IdleTimeout,
-			HealthInterval: cfg.HealthInterval, BreakerFailures: cfg.BreakerFailures, BreakerProbeInterval: cfg.BreakerProbeInterval,
-			ClientIDAttempts: cfg.ClientIDAttempts, ClientIDPause: cfg.ClientIDPause, ClientIDCooldown: cfg.ClientIDCooldown,
-			LeakThreshold: leakThreshold(cfg.LeakThreshold)},
+		Pool:    poolCfg,
 		DataDir: cfg.DataDir,
 		Logger:  logger.With("component", "service"),
 	})
@@ -89,16 +110,39 @@ func serve(ctx context.Context, cfg config.Config, stdout, stderr io.Writer) err
 	}
 	defer svc.Close()
 
+	// Historical data: the bar store, the process's one pacing scheduler
+	// (IB's limits are per gateway, so a second scheduler would believe it
+	// had the whole budget) and the loader that owns the loads.
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil && cfg.DataDir != "" {
+		return failed(fmt.Errorf("data directory %s: %w", cfg.DataDir, err))
+	}
+	bars, err := store.OpenSQLite(filepath.Join(cfg.DataDir, "bars.db"))
+	if err != nil {
+		return failed(err)
+	}
+	defer bars.Close()
+	ld, err := loader.New(loader.Config{Gateway: svc, Store: bars, Logger: logger.With("component", "loader"),
+		Pacing: pacing.New(pacing.Config{Scale: scale, Clock: loader.PacingClock(loader.PacingMargin(scale))}), Scale: scale})
+	if err != nil {
+		return failed(err)
+	}
+	// Runs before the store and the pool close (deferred calls run last
+	// first): running loads are cancelled, their requests cancelled on the
+	// gateway, and every bar already stored stays.
+	defer ld.Close()
+
 	handler, err := api.New(svc, api.Options{Token: cfg.Token, HandlerTimeout: cfg.HandlerTimeout,
-		Logger: logger.With("component", "api"), Version: version})
+		Logger: logger.With("component", "api"), Version: version, Loader: ld})
 	if err != nil {
 		return failed(err)
 	}
 	srv := handler.HTTPServer(cfg.Listen)
-	fmt.Fprintf(stdout, "ktrdr serve: API on http://%s (gateway %s:%d)\n", ln.Addr(), cfg.IBHost, cfg.IBPort)
 
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// Announced only once the signal handler is in place: whoever waits for
+	// this line may stop the service right away and must get a clean drain.
+	fmt.Fprintf(stdout, "ktrdr serve: API on http://%s (gateway %s:%d)\n", ln.Addr(), cfg.IBHost, cfg.IBPort)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	select {

@@ -46,10 +46,12 @@ func newSimCmd(stdout, stderr io.Writer) *cobra.Command {
 			if err != nil {
 				return &exitError{code: exitFailed, err: err}
 			}
-			fmt.Fprintf(stdout, "ktrdr sim: gateway listening on %s (server versions 157..%d)\n", srv.Addr(), srv.State().ServerVersion)
-			fmt.Fprintf(stdout, "ktrdr sim: control API on %s\n", srv.ControlURL())
+			// The handler goes in before the addresses are announced: whoever
+			// waits for them may stop the simulator at once.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			fmt.Fprintf(stdout, "ktrdr sim: gateway listening on %s (server versions 157..%d)\n", srv.Addr(), srv.State().ServerVersion)
+			fmt.Fprintf(stdout, "ktrdr sim: control API on %s\n", srv.ControlURL())
 			<-ctx.Done()
 			logger.Info("shutting down")
 			return srv.Close()

@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/ktrdr/ktrdr/internal/loader"
 	"github.com/ktrdr/ktrdr/internal/service"
 	"github.com/ktrdr/ktrdr/internal/statuspage"
 )
@@ -65,6 +66,9 @@ type Options struct {
 	Registry *prometheus.Registry
 	// Version is reported by GET /api/v1/health.
 	Version string
+	// Loader, when set, serves the historical-data endpoints (data loads,
+	// operations, stored bars) and the pacing metrics.
+	Loader *loader.Loader
 }
 
 // Server is the HTTP handler. Safe for concurrent use.
@@ -114,7 +118,11 @@ func (s *Server) registerMetrics() error {
 		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 	}, []string{"route", "code"})
 	reg := s.opts.Registry
-	for _, c := range []prometheus.Collector{s.duration, newIBCollector(s.svc)} {
+	cs := []prometheus.Collector{s.duration, newIBCollector(s.svc)}
+	if s.opts.Loader != nil {
+		cs = append(cs, newDataCollector(s.opts.Loader))
+	}
+	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("api: registering metrics: %w", err)
 		}
@@ -139,6 +147,7 @@ func (s *Server) routes() {
 	s.handle("GET /api/v1/ib/circuit-breakers", noBody(s.circuitBreakers))
 	s.handle("POST /api/v1/ib/symbols/discover", withBody(s, s.discover))
 	s.handle("GET /api/v1/ib/symbols/discovered", noBody(s.discovered))
+	s.dataRoutes()
 	// The status page holds no data (its scripts fetch the API with the
 	// token), so it is served without one; {$} keeps it from shadowing the
 	// envelope 404s of unknown paths.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ktrdr/ktrdr/internal/loader"
 	"github.com/ktrdr/ktrdr/internal/service"
 	"github.com/ktrdr/ktrdr/pool"
 )
@@ -21,7 +22,7 @@ const resilienceScrapeTimeout = 2 * time.Second
 // from the first scrape and rate() sees its first increase.
 var knownReasons = []pool.Reason{
 	pool.ReasonIdle, pool.ReasonFailedValidation, pool.ReasonFailedHealth, pool.ReasonBrokenByCaller,
-	pool.ReasonClosedByGateway, pool.Reason326, pool.ReasonPoolClosed, pool.ReasonCleanup,
+	pool.ReasonClosedByGateway, pool.Reason326, pool.ReasonPoolClosed, pool.ReasonCleanup, pool.ReasonSilentRequest,
 }
 
 // phaseKeys are the phases exported as ktrdr_resilience_phase_status.
@@ -175,4 +176,65 @@ func boolValue(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// dataCollector reads the loader's and the pacing scheduler's counters at
+// scrape time.
+type dataCollector struct {
+	ld *loader.Loader
+
+	violations, requests, waits, waitSeconds, penalties, pending *prometheus.Desc
+	running, operations, dataRequests, retries, barsStored       *prometheus.Desc
+}
+
+func newDataCollector(ld *loader.Loader) *dataCollector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(name, help, labels, nil)
+	}
+	return &dataCollector{
+		ld:           ld,
+		violations:   d("ktrdr_pacing_violations_total", "Historical requests the gateway refused for pacing (error 162) although the scheduler let them through."),
+		requests:     d("ktrdr_pacing_requests_total", "Requests the pacing scheduler granted."),
+		waits:        d("ktrdr_pacing_waits_total", "Historical requests that had to wait for a pacing rule (the scheduler's, or the loader's spacing of one contract's requests)."),
+		waitSeconds:  d("ktrdr_pacing_wait_seconds_total", "Time historical requests spent waiting for the pacing rules."),
+		penalties:    d("ktrdr_pacing_penalties_total", "Back-offs imposed on the scheduler after pacing violations."),
+		pending:      d("ktrdr_pacing_pending", "Requests waiting on the pacing scheduler now."),
+		running:      d("ktrdr_data_operations_running", "Data loads running now."),
+		operations:   d("ktrdr_data_operations_total", "Data loads finished, by final status.", "status"),
+		dataRequests: d("ktrdr_data_requests_total", "Historical data requests sent by data loads."),
+		retries:      d("ktrdr_data_retries_total", "Historical data requests retried after a transient failure or a pacing violation."),
+		barsStored:   d("ktrdr_data_bars_stored_total", "Bars written to the store (new or changed) by data loads."),
+	}
+}
+
+// Describe implements prometheus.Collector.
+func (c *dataCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.violations, c.requests, c.waits, c.waitSeconds, c.penalties, c.pending,
+		c.running, c.operations, c.dataRequests, c.retries, c.barsStored} {
+		ch <- d
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *dataCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.ld.Stats()
+	counter := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v)
+	}
+	counter(c.violations, float64(st.PacingViolations))
+	counter(c.requests, float64(st.Pacing.Requests))
+	counter(c.waits, float64(st.Pacing.Waits+st.SpacingWaits))
+	counter(c.waitSeconds, (st.Pacing.WaitTotal + st.SpacingWaitTotal).Seconds())
+	counter(c.penalties, float64(st.Pacing.Penalties))
+	gauge(c.pending, float64(st.Pacing.Pending))
+	gauge(c.running, float64(st.Running))
+	counter(c.operations, float64(st.Completed), string(loader.StatusCompleted))
+	counter(c.operations, float64(st.Failed), string(loader.StatusFailed))
+	counter(c.operations, float64(st.Cancelled), string(loader.StatusCancelled))
+	counter(c.dataRequests, float64(st.Requests))
+	counter(c.retries, float64(st.Retries))
+	counter(c.barsStored, float64(st.BarsStored))
 }

@@ -209,8 +209,11 @@ func (s *IB) check() Health {
 	h.LatencyMS = msSince(start)
 	if err != nil {
 		h.ErrorMessage, h.Stage = err.Error(), "data request"
-		if errors.Is(err, client.ErrConnectionLost) || errors.Is(err, context.DeadlineExceeded) {
-			lease.Destroy() // dead, or silent: never hand it out again
+		switch {
+		case errors.Is(err, context.DeadlineExceeded):
+			lease.DestroySilent() // silent: never hand it out again
+		case errors.Is(err, client.ErrConnectionLost):
+			lease.Destroy()
 		}
 		s.recordData(false, err)
 		h.LastSuccessfulRequest = s.lastSuccess()

@@ -94,7 +94,7 @@ func evaluate(st pool.Stats, cfg pool.Config, h Health, now time.Time) Resilienc
 	phases := map[string]Phase{
 		PhaseValidation: validationPhase(st, cfg, interval, now),
 		PhaseCollection: collectionPhase(st, cfg, interval, now),
-		PhaseClientIDs:  clientIDPhase(st),
+		PhaseClientIDs:  clientIDPhase(st, cfg),
 		PhaseLive:       livePhase(st, cfg, h),
 	}
 	healthy := 0
@@ -120,6 +120,7 @@ func validationPhase(st pool.Stats, cfg pool.Config, interval time.Duration, now
 		"validation_method_exists":    true, // kept for the original response's consumers
 		"validation_method":           "isConnected + reqCurrentTime round trip",
 		"validation_timeout_seconds":  cfg.ValidationTimeout.Seconds(),
+		"connect_timeout_seconds":     cfg.ConnectTimeout.Seconds(),
 		"bypass_window_seconds":       cfg.ValidationBypass.Seconds(),
 		"validations":                 st.Validations,
 		"validation_failures":         st.ValidationFailures,
@@ -130,7 +131,7 @@ func validationPhase(st pool.Stats, cfg pool.Config, interval time.Duration, now
 		"last_successful_validation":  timePtr(st.LastValidationOK),
 		"silent_connections_detected": st.SilentDetected,
 	}}
-	discarded := st.Removals[pool.ReasonFailedValidation] + st.Removals[pool.ReasonFailedHealth]
+	discarded := st.Removals[pool.ReasonFailedValidation] + st.Removals[pool.ReasonFailedHealth] + st.Removals[pool.ReasonSilentRequest]
 	ph.Evidence = []string{
 		fmt.Sprintf("last successful round trip %s (window %s)", ago(now, st.LastValidationOK), (interval + cfg.ValidationTimeout).Round(time.Millisecond)),
 		fmt.Sprintf("%d validations, %d failed, p99 %s against a %s timeout", st.Validations, st.ValidationFailures, st.ValidationP99.Round(time.Microsecond), cfg.ValidationTimeout),
@@ -192,16 +193,17 @@ func collectionPhase(st pool.Stats, cfg pool.Config, interval time.Duration, now
 	return ph
 }
 
-func clientIDPhase(st pool.Stats) Phase {
+func clientIDPhase(st pool.Stats, cfg pool.Config) Phase {
 	ph := Phase{Fields: map[string]any{
-		"client_ids_in_use":     nonNil(st.ClientIDsInUse),
-		"lowest_client_id_used": st.LowestClientIDInUse,
-		"lowest_free_client_id": st.LowestFreeClientID,
-		"client_ids_resting":    nonNil(st.ClientIDsResting),
-		"client_id_conflicts":   st.ClientIDConflicts,
-		"fallbacks_succeeded":   st.IDFallbacks,
-		"fallbacks_exhausted":   st.IDFallbacksExhausted,
-		"preferred_client_id":   st.ClientIDBase,
+		"client_ids_in_use":          nonNil(st.ClientIDsInUse),
+		"lowest_client_id_used":      st.LowestClientIDInUse,
+		"lowest_free_client_id":      st.LowestFreeClientID,
+		"client_ids_resting":         nonNil(st.ClientIDsResting),
+		"client_id_conflicts":        st.ClientIDConflicts,
+		"fallbacks_succeeded":        st.IDFallbacks,
+		"fallbacks_exhausted":        st.IDFallbacksExhausted,
+		"preferred_client_id":        st.ClientIDBase,
+		"client_id_cooldown_seconds": cfg.ClientIDCooldown.Seconds(),
 	}}
 	ph.Evidence = []string{
 		fmt.Sprintf("ids in use %v, lowest free %d, resting after 326 %v", nonNil(st.ClientIDsInUse), st.LowestFreeClientID, nonNil(st.ClientIDsResting)),
