@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/ktrdr/ktrdr/internal/loader"
 	"net/http"
 	"slices"
 	"strings"
@@ -39,9 +40,7 @@ func standardScenarios() []scenario {
 		{phase: "status", run: statusScenario},
 		{phase: "resilience score", run: resilienceScenario},
 		{phase: "symbol discovery", run: symbolsScenario},
-		// Extension point — data load: a small `ktrdr data load` of the
-		// symbols just discovered (through the CLI and the API, with its
-		// time and bar count) belongs here, once the command exists.
+		{phase: "data load", run: dataLoadScenario},
 		{phase: "validation before handoff", run: silentScenario},
 		{phase: "idle collection", run: idleScenario},
 		{phase: "client-id preference", run: clientIDScenario},
@@ -176,6 +175,41 @@ func symbolsScenario(ctx context.Context, r *run, e *env) {
 	r.check("ktrdr symbols list shows them", res.code == 0 && len(missing) == 0,
 		fmt.Sprintf("exit %d in %s: %d symbols", res.code, fmtDur(res.took), list.Count), "exit 0, lists all four",
 		detail("%s", strings.Join(missing, ", ")))
+}
+
+// dataLoadWindow is the small load the standard level makes: a week of
+// hourly EUR.USD bars, a few segments within IB's pacing rules.
+const dataLoadWindow = 7 * 24 * time.Hour
+
+// dataLoadScenario loads a week of hourly bars through the CLI, then checks
+// through the API that the store holds them without a gap, and that a second
+// load of the same range fetches nothing new.
+func dataLoadScenario(ctx context.Context, r *run, e *env) {
+	end := time.Now().UTC().Truncate(time.Hour)
+	start := end.Add(-dataLoadWindow)
+	args := []string{"data", "load", "EURUSD", "-t", "1h", "--mode", "full",
+		"--start", start.Format(time.RFC3339), "--end", end.Format(time.RFC3339)}
+	res := e.cli.run(ctx, "ktrdr data load", args...)
+	r.check("ktrdr data load EURUSD -t 1h (one week)", res.err == nil && res.code == 0 && res.took <= cliDeadline,
+		cliFigure(res), "exit 0 within 30 s")
+	var rng loader.RangeInfo
+	err := e.api.getData(ctx, "/api/v1/data/EUR.USD/1h/range", &rng)
+	ok := err == nil && rng.Count > 0 && rng.Missing == 0 && rng.First != nil && rng.Last != nil
+	fig := errOr(err, fmt.Sprintf("%d bars, %d missing in %d gaps, %s .. %s", rng.Count, rng.Missing, rng.Gaps,
+		fmtTime(rng.First), fmtTime(rng.Last)))
+	r.check("stored bars cover the trading hours", ok, fig, "bars stored, none missing (trading hours)")
+	again := e.cli.run(ctx, "ktrdr data load (again)", args...)
+	var after loader.RangeInfo
+	err = e.api.getData(ctx, "/api/v1/data/EUR.USD/1h/range", &after)
+	r.check("a second load adds no duplicate", again.code == 0 && err == nil && after.Count == rng.Count,
+		errOr(err, fmt.Sprintf("exit %d, %d bars before, %d after", again.code, rng.Count, after.Count)), "the same bar count")
+}
+
+func fmtTime(t *time.Time) string {
+	if t == nil {
+		return "-"
+	}
+	return t.UTC().Format("2006-01-02 15:04")
 }
 
 // fault is a way to break the gateway and mend it again.
