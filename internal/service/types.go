@@ -42,17 +42,16 @@ type ConnEvent struct {
 
 // Status is the answer of GET /api/v1/ib/status.
 type Status struct {
-	Gateway        GatewayInfo    `json:"gateway"`
-	ClientIDsInUse []int          `json:"client_ids_in_use"`
-	Connection     ConnMetrics    `json:"connection_metrics"`
-	Data           DataMetrics    `json:"data_metrics"`
-	Pool           PoolStats      `json:"pool"`
-	Events         []ConnEvent    `json:"last_events"`
-	Breaker        BreakerInfo    `json:"circuit_breaker"`
-	Config         GatewayConfig  `json:"config"`
-	Health         *Health        `json:"last_health,omitempty"`
-	Uptime         float64        `json:"uptime_seconds"`
-	Extra          map[string]any `json:"-"`
+	Gateway        GatewayInfo   `json:"gateway"`
+	ClientIDsInUse []int         `json:"client_ids_in_use"`
+	Connection     ConnMetrics   `json:"connection_metrics"`
+	Data           DataMetrics   `json:"data_metrics"`
+	Pool           PoolStats     `json:"pool"`
+	Events         []ConnEvent   `json:"last_events"`
+	Breaker        BreakerInfo   `json:"circuit_breaker"`
+	Config         GatewayConfig `json:"config"`
+	Health         *Health       `json:"last_health,omitempty"`
+	Uptime         float64       `json:"uptime_seconds"`
 }
 
 // ConnMetrics summarises connecting.
